@@ -15,13 +15,21 @@ import deltavae as dv
 from deltavae.model._gathered import Gathered
 
 
+def _is_array(obj) -> bool:
+    """Whether ``obj`` is a tensor or an array; a weak proxy whose object is gone (numba's
+    compiled functions leave some) is neither (isinstance on it raised ReferenceError)."""
+    try:
+        return isinstance(obj, torch.Tensor | np.ndarray)
+    except ReferenceError:
+        return False
+
+
 def _alive_bytes() -> int:
     """Bytes of the torch storages and numpy buffers alive now, each buffer once."""
     held = {}
     with warnings.catch_warnings():  # isinstance on torch's deprecated module attributes
         warnings.simplefilter("ignore")
-        objects = gc.get_objects()
-        tensors = [o for o in objects if isinstance(o, torch.Tensor | np.ndarray)]
+        tensors = [o for o in gc.get_objects() if _is_array(o)]
     for obj in tensors:
         if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
             storage = obj.untyped_storage()

@@ -15,11 +15,11 @@ generator (Steele, Lea and Flood 2014), so no element reads another's: the gamma
 rounds of Marsaglia and Tsang's method, round ``r`` from slots of its own, until each
 element accepts, the Poisson alike Hormann's transformed rejection (rates from 10), and it
 inverts its distribution function at one uniform below 10. Nothing in torch, NumPy or Pyro
-draws from a counter this way, hence written here. The Poisson runs element by element in a
-compiled loop (numba, as scanpy's neighbours and UMAP): in torch calls, a round of calls per
-term of the mass function and per rejection round took 2.0-2.3 s for 10^7 counts, the loop
-0.3 s (0.65-0.8 s with the uniforms and checks), the same counts (benchmarks/README.md,
-"The Poisson in a compiled loop").
+draws from a counter this way, hence written here. Both run element by element in compiled
+loops (numba, as scanpy's neighbours and UMAP compile theirs): in torch calls, a round of
+calls per term of the mass function and per rejection round took 2.0-2.3 s for 10^7 Poisson
+counts (now 0.65-0.8 s, the same counts) and 1.6-1.7 s for 10^7 gammas (now 0.6-0.7 s, torch's
+own sampler's time); benchmarks/README.md, "The draws in compiled loops".
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import math
 import numba
 import numpy as np
 import torch
+
+from ._ndtri import ndtri
 
 _SLOTS = 64  # uniforms an element may read; the gamma's rounds use 2 each
 _MAX_ROUNDS = (_SLOTS - 1) // 2  # the last slot is the small gamma shapes' scaling
@@ -114,22 +116,6 @@ def _first_slots(key: int, start: int, size: int, n: int, generator: torch.Gener
     return u.clamp_(min=_TINY)
 
 
-def _accepted(d, c, x, u):
-    """Marsaglia and Tsang's test of the candidates ``x`` (normal) at uniforms ``u``, and the
-    candidates' values ``d * v``: the squeeze first, the logarithms only where it fails."""
-    v = (c * x).add_(1.0)
-    positive = v > 0
-    v = v.clamp_(min=_TINY).pow_(3)
-    x2 = x * x
-    accept = u < 1.0 - 0.0331 * x2 * x2
-    slow = torch.nonzero(positive & ~accept).squeeze(1)
-    vs, dd = v[slow], d[slow]
-    exact = torch.log(u[slow]) < 0.5 * x2[slow] + dd * (1.0 - vs + torch.log(vs))
-    accept &= positive
-    accept[slow] = exact
-    return accept, v.mul_(d)
-
-
 def standard_gamma(
     alpha: torch.Tensor, key: int, start: int = 0, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -146,33 +132,52 @@ def standard_gamma(
     (2.5, 2.5)
     """
     shape = alpha.shape
-    alpha = alpha.detach().cpu().double().reshape(-1)
+    alpha = alpha.detach().cpu().double().reshape(-1).contiguous()
     _check_finite(alpha, "gamma shapes", low=0.0)
-    index = torch.arange(start, start + alpha.numel(), dtype=torch.int64)
-    small = alpha < 1
-    d = torch.where(small, alpha + 1, alpha).sub_(1.0 / 3.0)
-    c = torch.rsqrt(9.0 * d)
-    first = _first_slots(key, start, alpha.numel(), 2, generator)
-    x = torch.special.ndtri(first[:, 0])
-    accept, value = _accepted(d, c, x, first[:, 1].contiguous())
-    todo = torch.nonzero(~accept).squeeze(1)
-    for r in range(1, _MAX_ROUNDS):
-        if todo.numel() == 0:
-            break
-        place, dd = index[todo], d[todo]
-        x = torch.special.ndtri(keyed_uniform(key, place, 2 * r))
-        accept, candidate = _accepted(dd, c[todo], x, keyed_uniform(key, place, 2 * r + 1))
-        value[todo[accept]] = candidate[accept]
-        todo = todo[~accept]
-    if todo.numel():  # pragma: no cover - each round accepts with probability above 0.95
-        raise RuntimeError(f"{todo.numel()} gamma draws rejected {_MAX_ROUNDS} rounds running.")
-    if small.any():
-        raised = torch.nonzero(small).squeeze(1)
-        boost = keyed_uniform(key, index[raised], _SLOTS - 1)
-        # exp(log(u) / alpha), not u ** (1 / alpha): torch's tensor power rounds the last
-        # elements of a tensor otherwise than the rest, so chunks would change the draws
-        value[raised] *= torch.exp(torch.log(boost) / alpha[raised])
-    return value.clamp_(min=_TINY).reshape(shape)
+    first = _first_slots(key, start, alpha.numel(), 2, generator).contiguous()
+    value = np.empty(alpha.numel())
+    stuck = _gamma_loop(alpha.numpy(), first.numpy(), np.uint64(key % (1 << 64)), start, value)
+    if stuck >= 0:  # pragma: no cover - each round accepts with probability above 0.95
+        raise RuntimeError(
+            f"A gamma draw (shape {alpha[stuck].item()}) rejected {_MAX_ROUNDS} rounds running."
+        )
+    return torch.from_numpy(value).reshape(shape)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _gamma_loop(alpha, first, key, start, value):  # pragma: no cover - compiled (numba)
+    """:func:`standard_gamma`'s draws into ``value``, element by element: the normal
+    candidate x = ndtri(u) and its test at a second uniform (the squeeze first, the
+    logarithms only where it fails), round 0's uniforms ``first[i]``, later rounds' keyed by
+    the element's place. -1, or the first element rejected every round."""
+    third = 1.0 / 3.0
+    for i in range(alpha.size):
+        a = alpha[i]
+        small = a < 1.0
+        d = (a + 1.0 if small else a) - third
+        c = 1.0 / math.sqrt(9.0 * d)
+        place, accepted = start + i, False
+        for r in range(_MAX_ROUNDS):
+            if r == 0:
+                u, w = first[i, 0], first[i, 1]
+            else:
+                u, w = _uniform_at(key, place, 2 * r), _uniform_at(key, place, 2 * r + 1)
+            x = ndtri(u)
+            v = c * x + 1.0
+            if v <= 0.0:
+                continue
+            v = v * v * v
+            x2 = x * x
+            if w < 1.0 - 0.0331 * x2 * x2 or math.log(w) < 0.5 * x2 + d * (1.0 - v + math.log(v)):
+                accepted = True
+                break
+        if not accepted:
+            return i
+        draw = d * v
+        if small:  # Gamma(a + 1) times u ** (1 / a)
+            draw *= math.exp(math.log(_uniform_at(key, place, _SLOTS - 1)) / a)
+        value[i] = max(draw, _TINY)
+    return -1
 
 
 def poisson(
