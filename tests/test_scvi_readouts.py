@@ -48,6 +48,17 @@ def test_importance_weighted_expression_takes_indices_as_a_list(vae):
     np.testing.assert_allclose(draws.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_importance_weights_with_a_dataloader_are_refused_by_name(vae):
+    """weights="importance" with dataloader= failed inside scvi-tools' weights with
+    "object of type 'NoneType' has no len()": they read the cells by adata and indices."""
+    model, adata = vae
+    loader = model._make_data_loader(adata=adata, indices=np.arange(4), batch_size=4)
+    with pytest.raises(ValueError, match=r"instead of dataloader=, or weights='uniform'"):
+        model.get_normalized_expression(
+            dataloader=loader, weights="importance", n_samples_overall=5, n_mc_samples=4
+        )
+
+
 def test_gene_list_with_a_dataloader_gives_the_genes_named(vae):
     """scvi-tools ignores gene_list given with dataloader= (every gene comes back); the
     reordering into the list's order then took the list's positions among the genes named
@@ -82,7 +93,9 @@ def test_posterior_predictive_draws_compile_nothing_and_keep_scvi_tools_layout(v
     """scvi-tools concatenated per-minibatch GCXS arrays along cells, which made pydata-sparse
     compile (numba) an axis change: 13 s on a first call for a read-out of 0.02 s, and as
     long again for a gene_list out of the model's order. The draws are the same sparse type,
-    layout and values; only the array check every GCXS runs is compiled (about 2 s, once)."""
+    layout and values; only the array check every GCXS runs is compiled (about 2 s, once),
+    beside the keyed draws' own loops (``_keyed_draws``: compiled once, then loaded from
+    numba's cache in 0.1 s)."""
     import numba.core.dispatcher
 
     model, adata = vae
@@ -100,7 +113,8 @@ def test_posterior_predictive_draws_compile_nothing_and_keep_scvi_tools_layout(v
     )
     torch.manual_seed(1)
     every = model.posterior_predictive_sample(n_samples=2, batch_size=25)
-    assert set(compiled) <= {"_validate_gcxs_arrays"}, compiled  # every GCXS's own check
+    ours = {"_gamma_loop", "_poisson_loop"}
+    assert set(compiled) <= {"_validate_gcxs_arrays", *ours}, compiled  # every GCXS's check
     assert type(draws).__name__ == "GCXS" and tuple(draws.compressed_axes) == (0,)
     assert draws.shape == (60, 2, 2) and every.shape == (60, 12, 2)
     monkeypatch.undo()

@@ -87,6 +87,12 @@ def normalized_on_host(
     key, scaling = ("mu", 1) if library_size == "latent" else ("scale", library_size)
     cell_axis = 1 if n_samples > 1 else 0
     importance = weights == "importance" and n_samples_overall is not None
+    if importance and dataloader is not None:  # scvi-tools failed on len(None)
+        raise ValueError(
+            "get_normalized_expression(weights='importance') weighs the cells by their marginal "
+            "likelihoods, read from adata and indices, which dataloader= does not give. Pass "
+            "adata= and indices= instead of dataloader=, or weights='uniform'."
+        )
     if importance and len(transform_batch) > 1:  # scvi-tools' refusal
         raise NotImplementedError(
             "Importance weights cannot be computed when expression levels are averaged across "
