@@ -612,3 +612,24 @@ def test_importance_weighted_expression_draws_z_on_the_cpu(zinbvae, monkeypatch)
     uniform = read("uniform")
     assert first.shape == uniform.shape == (80, model.adata.n_vars)
     assert not np.allclose(first, uniform, rtol=1e-3, atol=0)
+
+
+def test_importance_weights_do_not_read_the_scaled_expression(zinbvae):
+    """The expression scaled by library_size was scaled in place, and with it the count
+    distributions' scale that the importance weights read (as in scvi-tools' loop): with
+    library_size=10,000 the weights, and so the cells drawn, were others than with 1. Now
+    the same seed draws the same cells, scaled."""
+    model = zinbvae
+
+    def read(library_size):
+        _scvi_seed_4()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(
+                model.get_normalized_expression(
+                    indices=np.arange(60), weights="importance", n_samples_overall=80,
+                    library_size=library_size, n_mc_samples=4, n_mc_samples_per_pass=2,
+                )
+            )  # fmt: skip
+
+    np.testing.assert_allclose(read(10_000), read(1) * 10_000, rtol=1e-5)

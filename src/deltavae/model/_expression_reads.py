@@ -115,7 +115,8 @@ def normalized_on_host(
             px = generative_outputs["px"]
             expr = px if isinstance(px, torch.Tensor) else px.get_normalized(key)
             expr = expr[..., gene_mask]
-            expr *= scaling
+            # px's scale itself where scaled in place: importance weights read it after
+            expr = expr * scaling if importance else expr.mul_(scaling)
             exprs[f"expr{i}"] = expr.transpose(0, 1) if cell_axis else expr  # cells first
             if importance:
                 kept.add(**_distributions(inference_outputs, px, cell_axis))
