@@ -132,16 +132,10 @@ def standard_gamma(
     (2.5, 2.5)
     """
     shape = alpha.shape
-    alpha = alpha.detach().cpu().double().reshape(-1).contiguous()
+    alpha = alpha.detach().cpu().double().reshape(-1)
     _check_finite(alpha, "gamma shapes", low=0.0)
-    first = _first_slots(key, start, alpha.numel(), 2, generator).contiguous()
-    value = np.empty(alpha.numel())
-    stuck = _gamma_loop(alpha.numpy(), first.numpy(), np.uint64(key % (1 << 64)), start, value)
-    if stuck >= 0:  # pragma: no cover - each round accepts with probability above 0.95
-        raise RuntimeError(
-            f"A gamma draw (shape {alpha[stuck].item()}) rejected {_MAX_ROUNDS} rounds running."
-        )
-    return torch.from_numpy(value).reshape(shape)
+    draws = _looped(_gamma_loop, alpha, key, start, 2, generator, "gamma draw (shape")
+    return torch.from_numpy(draws).reshape(shape)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -203,14 +197,23 @@ def poisson(
     rate = rate.clamp(min=0.0)
     if bool(torch.isinf(rate).any()):
         raise ValueError("Poisson rates must be finite; got inf (a model's rates are clamped).")
-    first = _first_slots(key, start, rate.numel(), 1, generator)[:, 0].contiguous()
-    count = np.empty(rate.numel())
-    stuck = _poisson_loop(rate.numpy(), first.numpy(), np.uint64(key % (1 << 64)), start, count)
+    draws = _looped(_poisson_loop, rate, key, start, 1, generator, "Poisson draw (rate")
+    return torch.from_numpy(draws).reshape(shape)
+
+
+def _looped(loop, params, key: int, start: int, slots: int, generator, what: str) -> np.ndarray:
+    """The draws of a compiled ``loop`` for ``params`` (float64 on the CPU, one per element),
+    its first ``slots`` uniforms per element read by ``_first_slots``; ``what`` names the draw
+    and its parameter where a round never accepted (probability below 0.1 ** 31)."""
+    first = _first_slots(key, start, params.numel(), slots, generator)
+    first = (first[:, 0] if slots == 1 else first).contiguous().numpy()
+    draws = np.empty(params.numel())
+    stuck = loop(params.contiguous().numpy(), first, np.uint64(key % (1 << 64)), start, draws)
     if stuck >= 0:  # pragma: no cover - each round accepts with probability above 0.9
         raise RuntimeError(
-            f"A Poisson draw (rate {rate[stuck].item()}) rejected {_MAX_ROUNDS} rounds running."
+            f"A {what} {params[stuck].item()}) rejected {_MAX_ROUNDS} rounds running."
         )
-    return torch.from_numpy(count).reshape(shape)
+    return draws
 
 
 @numba.njit(cache=True, nogil=True)
