@@ -218,3 +218,22 @@ def test_the_compiled_normal_quantiles_are_scipys():
     out = np.empty(u.size)
     quantiles(u, out)
     np.testing.assert_array_equal(out, stats.norm.ppf(u))
+
+
+def test_the_loops_compile_where_no_cache_can_be_written(monkeypatch):
+    """numba.njit(cache=True) raised at the decoration, so at import deltavae, where neither
+    the package's __pycache__ nor a user cache directory was writable: compiled uncached."""
+    import numba.core.caching
+
+    from deltavae.distributions._jit import compiled
+
+    monkeypatch.setattr(numba.core.caching.CacheImpl, "_locator_classes", [])
+    with pytest.raises(RuntimeError, match="cannot cache function"):
+        numba.njit(cache=True)(lambda x: x + 1)
+
+    @compiled(error_model="numpy")
+    def halve(x):
+        return x / 2
+
+    assert halve(3.0) == 1.5
+    assert type(halve._cache).__name__ == "NullCache"  # numba's dispatcher without a cache

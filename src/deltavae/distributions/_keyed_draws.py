@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 import torch
 
+from ._jit import compiled
 from ._ndtri import ndtri
 
 _SLOTS = 64  # uniforms an element may read; the gamma's rounds use 2 each
@@ -80,7 +80,7 @@ _U_MIX1, _U_MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _U_BITS = tuple(np.uint64(bits) for bits in (1, 30, 27, 31, 11))
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _uniform_at(key, place, slot):  # pragma: no cover - compiled (numba), tested by value
     """:func:`keyed_uniform` of one element (``key`` an unsigned word), in a compiled loop."""
     one, s30, s27, s31, s11 = _U_BITS
@@ -138,7 +138,7 @@ def standard_gamma(
     return torch.from_numpy(draws).reshape(shape)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@compiled(error_model="numpy")
 def _gamma_loop(alpha, first, key, start, value):  # pragma: no cover - compiled (numba)
     """:func:`standard_gamma`'s draws into ``value``, element by element: the normal
     candidate x = ndtri(u) and its test at a second uniform (the squeeze first, the
@@ -216,7 +216,7 @@ def _looped(loop, params, key: int, start: int, slots: int, generator, what: str
     return draws
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled(error_model="numpy")
 def _poisson_loop(rate, first, key, start, count):  # pragma: no cover - compiled (numba)
     """:func:`poisson`'s draws into ``count``, element by element: below a rate of 10 the
     least k with P(N <= k) >= u at ``u = first[i]`` (the mass function summed from k = 0; a
@@ -241,7 +241,7 @@ def _poisson_loop(rate, first, key, start, count):  # pragma: no cover - compile
     return -1
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled(error_model="numpy")
 def _transformed_rejection(lam, first, key, place, count, i):  # pragma: no cover - numba
     """PTRS for one rate ``lam`` >= 10 into ``count[i]``; whether a round accepted."""
     b = 0.931 + 2.53 * math.sqrt(lam)

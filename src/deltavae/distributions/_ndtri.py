@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
+
+from ._jit import compiled
 
 _EXP_M2 = 0.13533528323661269189  # exp(-2): below it (and above 1 minus it), the tails'
 _SQRT_2PI = 2.50662827463100050242  # as Cephes writes it (math.sqrt(2 pi) is 1 ulp below)
@@ -53,7 +54,7 @@ _Q2 = np.array([
 ])  # fmt: skip
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _polynomial(x, coefficients, leading_one):  # pragma: no cover - compiled (numba)
     """Horner's rule, highest power first; ``leading_one``: a leading coefficient of 1 not
     written out (Cephes' ``p1evl``; else ``polevl``)."""
@@ -63,7 +64,7 @@ def _polynomial(x, coefficients, leading_one):  # pragma: no cover - compiled (n
     return value
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@compiled(error_model="numpy")
 def ndtri(y):  # pragma: no cover - compiled (numba), tested against SciPy
     """x with Phi(x) = y, for y in [0, 1] (-inf at 0, inf at 1)."""
     if y == 0.0:
