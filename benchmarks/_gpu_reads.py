@@ -6,9 +6,10 @@ and chunked imputation), the labelled CGMDVAE's labels and moved latents by the 
 conditions and SpatialImputer's imputation of spots changed in place, read on the device and
 again on the CPU copy, which must agree within the devices' tolerance.
 
-``get_normalized_expression``, ``get_likelihood_parameters``, ``get_latent_library_size``
-(``give_mean=False``), ``get_marginal_ll`` (its importance draws of the guide's latents) and
-through the first differential expression draw z (and a latent library, CGMDVAE's w) on the
+``get_normalized_expression`` (its importance-weighted draws of cells too),
+``get_likelihood_parameters``, ``get_latent_library_size`` (``give_mean=False``),
+``get_marginal_ll`` (its importance draws of the guide's latents) and through the first
+differential expression draw z (and a latent library, CGMDVAE's w) on the
 CPU, cell after cell, from torch's CPU generator, and ``get_feature_correlation_matrix`` its
 gamma draws too: they are read at one seed (:func:`_seeded`), so that both devices draw the
 same latents and what differs is the read-out's own code (its gathering, joining and layout).
@@ -82,6 +83,10 @@ def _rna_reads(model) -> dict:
         reads["predict_labels(soft, a label taken from one condition: the vote)"] = _voted_labels
         if getattr(model, "condition_keys", None):
             reads["get_latent_representation(condition=, moved by the vote)"] = _voted_moves
+    if type(model).__name__ == "ZINBVAE" and batches is None:  # a N(0, I) prior: weighed
+        reads[f"get_normalized_expression(importance weights, 100 cells){SEEDED_Z}"] = (
+            _importance_weighted
+        )
     if "cell_type" in model.adata.obs:  # latent means: nothing drawn
         reads["differential_abundance(cell_type)"] = _abundance
         reads[f"differential_expression(cell_type, first type){SEEDED_Z}"] = _seeded(
@@ -139,6 +144,28 @@ def _expression_change(model) -> dict:
         np.random.set_state(state)  # noqa: NPY002
     de = de.loc[model.adata.var_names]
     return {key: de[key].to_numpy() for key in ("scale1", "scale2")}
+
+
+def _importance_weighted(model):
+    """``get_normalized_expression(weights="importance")`` of 100 cells, 150 draws: z drawn on
+    the CPU (torch's seed), the anchors and the cells drawn by numpy's global generator (seeded,
+    its state put back). The weights are of the device's likelihoods: a last digit moves a
+    drawn cell only where a uniform falls that close to an edge of the weights' sums (about
+    one read in a thousand)."""
+    import numpy as np
+    import torch
+
+    state = np.random.get_state()  # noqa: NPY002 - scvi-tools draws with it
+    try:
+        np.random.seed(0)  # noqa: NPY002
+        torch.manual_seed(0)
+        return model.get_normalized_expression(
+            indices=np.arange(100), n_samples_overall=150, weights="importance",
+            gene_list=list(model.adata.var_names[:50]), batch_size=64, return_numpy=True,
+            n_mc_samples=4, n_mc_samples_per_pass=4,
+        )  # fmt: skip
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
 
 
 def _abundance(model):
