@@ -15,7 +15,8 @@ the share of the reference's training cells scoring lower:
 * ``recon``: log p(x | z, c) at the mean of z (its own library), ``recon_umi`` per UMI;
 * ``deviance_umi``: minus the NB deviance per UMI at the mean of z;
 * ``knn``: minus the mean distance in z to the 15 nearest reference training cells;
-* ``min(a, b)``: the smaller of two scores' shares;
+* ``min(a, b)``: the smaller of two scores' shares; ``product(a, b)`` their product (Fisher's
+  combination of the two shares, ranked alike);
 * ``typicality (predict_labels)``: the column itself, the share of the reference's validation
   cells whose ``min(deviance_umi, density)`` is lower, the two ranked among its cells outside the
   test split (:mod:`deltavae.model._typicality`; every cell outside it where fewer than 200
@@ -199,6 +200,8 @@ def run(seed: int, held_out: str, args) -> dict:
     typ["min(deviance_umi, knn)"] = np.minimum(typ["deviance_umi"], typ["knn"])
     typ["min(deviance_umi, density)"] = np.minimum(typ["deviance_umi"], typ["density"])
     typ["min(recon_umi, knn)"] = np.minimum(typ["recon_umi"], typ["knn"])
+    typ["product(deviance_umi, density)"] = typ["deviance_umi"] * typ["density"]
+    typ["product(deviance_umi, density, knn)"] = typ["product(deviance_umi, density)"] * typ["knn"]
     typ["typicality (predict_labels)"] = table["typicality"].to_numpy()
     typ["confidence"] = table["confidence"].to_numpy()
     if records:
