@@ -556,8 +556,13 @@ def _mean_reads(model) -> dict:
     }
     if not getattr(model.module, "use_observed_lib_size", True):  # a ZINBVAE's latent library
         reads["get_latent_library_size"] = lambda: model.get_latent_library_size(indices=cells)
-    if hasattr(model, "get_cluster_probabilities"):
-        reads["get_cluster_probabilities"] = lambda: model.get_cluster_probabilities(indices=cells)
+    if isinstance(model, dv.model.CGMDVAE):
+        reads["predict_clusters(soft=True)"] = lambda: model.predict_clusters(
+            indices=cells, soft=True
+        )
+        reads["get_latent_representation(condition=)"] = lambda: model.get_latent_representation(
+            indices=cells, condition="ctrl"
+        )
     return reads
 
 
@@ -633,3 +638,21 @@ def test_importance_weights_do_not_read_the_scaled_expression(zinbvae):
             )  # fmt: skip
 
     np.testing.assert_allclose(read(10_000), read(1) * 10_000, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["zinbvae", "trained"])
+def test_load_leaves_torchs_generator_where_it_was(request, kind, tmp_path):
+    """load builds the module (fresh random weights, then the saved ones over them) and so
+    moved torch's global generator: a seeded draw after loading a model was another than
+    before it. The fresh weights now come from a fork of the generator."""
+    model = _model(request, kind)
+    model.save(tmp_path / "model", overwrite=True, save_anndata=True)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = type(model).load(tmp_path / "model")
+    assert torch.equal(torch.get_rng_state(), before)
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation(), model.get_latent_representation()
+    )

@@ -20,6 +20,7 @@ from scvi.model.base._save_load import _load_saved_files
 from .._anndata_or_folder import check_path
 from .._docs import doc_params
 from .._folder_swap import interrupted_swap
+from .._rng import forked_generators
 from ..train._record import cells_digest
 from . import _save_checks as checks
 from ._count_advice import layer_fixed
@@ -463,7 +464,9 @@ class Saving(SavedAnnDataDigest):
             # the genes it was trained on (NMFDeconv's from_reference had said so too).
             warnings.filterwarnings("ignore", message=r".* genes in .* are zero in every")
             try:
-                with layer_fixed(), loading_state(cls, state):  # __init__ skips its start
+                # the module's fresh weights (replaced by the saved ones) are drawn from a
+                # fork of torch's generator: loading left the user's seeded stream elsewhere
+                with layer_fixed(), loading_state(cls, state), forked_generators("cpu"):
                     model = super().load(dir_path, adata=adata, **kwargs)
             except RuntimeError as err:  # torch's "Error(s) in loading state_dict ..."
                 if "state_dict" not in str(err):
