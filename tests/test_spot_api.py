@@ -376,6 +376,25 @@ def test_differential_abundance_of_a_spot_model_names_what_compares_its_samples(
         assert len(getattr(model, read)()) == model.adata.n_obs  # the read-out named answers
 
 
+def test_get_latent_representation_of_a_spot_model_names_its_representation(split, archetypes):
+    """NMFDeconv and Archetypes had no get_latent_representation, which an scvi-tools user
+    calls first: Python said only that the attribute does not exist. It names the spots'
+    representation, and that read-out answers; SpatialImputer keeps its own latent."""
+    spots, ref = split
+    nmf = dv.model.NMFDeconv.from_reference(spots.copy(), reference=ref, labels_key="cluster")
+    nmf.train(**TRAIN)
+    cases = (
+        (nmf, r"NMFDeconv, which is not a VAE of cells: get_proportions\(\)", "get_proportions"),
+        (archetypes[0], r"Archetypes, .*: get_archetype_weights\(\)", "get_archetype_weights"),
+    )
+    for model, told, read in cases:
+        with pytest.raises(NotImplementedError, match=told + r".*use_rep="):
+            model.get_latent_representation()
+        assert len(getattr(model, read)()) == model.adata.n_obs  # the read-out named answers
+    imputer = _imputer(split)
+    assert "Not NMFDeconv's" not in type(imputer).get_latent_representation.__doc__
+
+
 def _nmf(split, inference):
     spots, ref = split
     with warnings.catch_warnings():

@@ -27,6 +27,7 @@ from ._matrices import memory_copy, row_sums, to_memory, with_column
 from ._plan_checks import checked_plan
 from ._same_spots import check_fitted_totals, spot_totals
 from ._spot_draws import SpotDrawsMixin
+from ._spot_refusals import SpotScviRefusals
 from ._validation import (
     check_data,
     check_flags,
@@ -42,29 +43,6 @@ READ_CHUNK = 10_000
 
 #: obs column holding each spot's row, for models that look per-spot parameters up by it.
 SPOT_INDEX = "_indices"
-
-
-#: Each spot model's own read-outs of expression, named where get_normalized_expression is.
-_EXPRESSION_READ_OUTS = {
-    "NMFDeconv": "get_signatures() gives the expected counts of one cell of each type (types "
-    "x genes), get_proportions() the spots' shares of the types.",
-    "Archetypes": "get_archetype_profiles() gives the archetypes' normalised expression (genes "
-    "x archetypes), get_archetype_weights() the spots' weights over them.",
-    "SpatialImputer": "impute() gives the spots' expected counts of the reference genes they "
-    "did not measure (impute(genes=[...]) of any reference genes).",
-}
-
-#: What compares each spot model's spots across samples, for its refused differential_abundance.
-_ABUNDANCE_READ_OUTS = {
-    "NMFDeconv": "Compare its cell-type shares across samples: "
-    "model.get_proportions().groupby(adata.obs['sample']).mean().",
-    "Archetypes": "Compare its spots' weights across samples: "
-    "model.get_archetype_weights().groupby(adata.obs['sample']).mean() (technical differences "
-    "between samples are in get_sample_factors()).",
-    "SpatialImputer": "Compare its reference states' shares across samples (design="
-    "'deconvolution', the default): model.get_proportions().groupby(adata.obs['sample'])"
-    ".mean(); the latent design's spots: get_latent_representation().",
-}
 
 
 def prefixed(key_added: str | None, *keys: str) -> tuple[str, ...]:
@@ -208,7 +186,7 @@ def _say_again(caught) -> None:
 _ADATA = re.compile(r"(?<![\w.])adata\b(?!=)")  # not model.adata, nor adata= (an argument)
 
 
-class SpotModelMixin(SpotDrawsMixin):
+class SpotModelMixin(SpotScviRefusals, SpotDrawsMixin):
     """Spot registration and chunked reads for models of spatial spots' raw counts.
 
     Each model's ``setup_anndata`` (its own arguments and docstring) calls
@@ -219,28 +197,6 @@ class SpotModelMixin(SpotDrawsMixin):
     _per_spot_parameter: tuple[str, int] | None = None
     #: Training refusals name the rows spots (check_training_arguments).
     _rows_are_spots = True
-
-    def get_normalized_expression(self, *args, **kwargs):
-        """Not a spot model's (scvi-tools' per-cell expression of a VAE): refused, naming the
-        model's own expression read-outs."""
-        name = type(self).__name__
-        raise NotImplementedError(
-            f"get_normalized_expression is not implemented for {name}, which is not a VAE of "
-            f"cells: {_EXPRESSION_READ_OUTS.get(name, '')}"
-        )
-
-    def differential_abundance(self, *args, **kwargs):
-        """Not a spot model's (scvi-tools' comparison across samples of the density of cells'
-        latent representations, which a spot model does not have): refused, naming what
-        compares the model's spots across samples."""
-        name = type(self).__name__
-        raise NotImplementedError(
-            f"differential_abundance is not implemented for {name}: scvi-tools' method "
-            "compares, across samples, the density of each cell's latent representation, "
-            f"which a model of spots does not have. {_ABUNDANCE_READ_OUTS.get(name, '')} For "
-            "the abundance of cells across samples, fit a VAE of cells (dv.model.ZINBVAE or "
-            "CGMDVAE) and call its differential_abundance(sample_key=...)."
-        )
 
     def _finish_init(self, summary: str, init_locals: dict) -> None:
         # The spots, by name: a model fitted per spot loads onto them only (fitted_spots).
