@@ -38,24 +38,40 @@ _PTRS_RATE = 10.0  # the Poisson's rejection from this rate, as torch's and NumP
 _TINY = torch.finfo(torch.float64).tiny
 
 
-def _signed(word: int) -> int:
-    """A 64-bit word as the int64 torch holds it."""
-    return word - (1 << 64) if word >= 1 << 63 else word
+# SplitMix64's constants as the unsigned words the compiled loops compute in (mod 2**64)
+_U_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_U_STRIDE = np.uint64((_SLOTS * 0x9E3779B97F4A7C15) % (1 << 64))
+_U_MIX1, _U_MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_U_BITS = tuple(np.uint64(bits) for bits in (1, 30, 27, 31, 11))
 
 
-_GOLDEN = _signed(0x9E3779B97F4A7C15)
-_MIX1 = _signed(0xBF58476D1CE4E5B9)
-_MIX2 = _signed(0x94D049BB133111EB)
+def _word(key: int) -> np.uint64:
+    """A key as the unsigned 64-bit word the compiled loops read."""
+    return np.uint64(key % (1 << 64))
 
 
-def _shift(z: torch.Tensor, bits: int) -> torch.Tensor:
-    """A logical right shift of int64 words (torch's ``>>`` keeps the sign)."""
-    return (z >> bits) & ((1 << (64 - bits)) - 1)
+@compiled
+def _uniform_at(key, place, slot):  # pragma: no cover - compiled (numba), tested by value
+    """SplitMix64's output number ``place * 64 + slot`` of the stream seeded by ``key`` (an
+    unsigned word), as a uniform in (0, 1)."""
+    one, s30, s27, s31, s11 = _U_BITS
+    z = np.uint64(place) * _U_STRIDE + key + (np.uint64(slot) + one) * _U_GOLDEN
+    z = (z ^ (z >> s30)) * _U_MIX1
+    z = (z ^ (z >> s27)) * _U_MIX2
+    z = z ^ (z >> s31)
+    return (float(z >> s11) + 0.5) * 2.0**-53
+
+
+@compiled
+def _uniforms_at(key, places, slot, out):  # pragma: no cover - compiled (numba)
+    for i in range(places.size):
+        out[i] = _uniform_at(key, places[i], slot)
 
 
 def keyed_uniform(key: int, index: torch.Tensor, slot: int) -> torch.Tensor:
     """Uniforms in (0, 1), float64, one per element of ``index`` (int64, the elements' places),
-    from SplitMix64's output number ``index * 64 + slot`` of the stream seeded by ``key``.
+    from SplitMix64's output number ``index * 64 + slot`` of the stream seeded by ``key``: the
+    compiled loops' :func:`_uniform_at` of each.
 
     Examples
     --------
@@ -65,30 +81,10 @@ def keyed_uniform(key: int, index: torch.Tensor, slot: int) -> torch.Tensor:
     >>> bool(((u > 0) & (u < 1)).all())
     True
     """
-    offset = _signed((key + (slot + 1) * 0x9E3779B97F4A7C15) % (1 << 64))
-    z = index.mul(_signed((_SLOTS * 0x9E3779B97F4A7C15) % (1 << 64))).add_(offset)
-    z.bitwise_xor_(_shift(z, 30)).mul_(_MIX1)
-    z.bitwise_xor_(_shift(z, 27)).mul_(_MIX2)
-    z.bitwise_xor_(_shift(z, 31))
-    return _shift(z, 11).double().add_(0.5).mul_(2.0**-53)
-
-
-# keyed_uniform's constants as the unsigned words numba's loop computes in (mod 2**64)
-_U_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_U_STRIDE = np.uint64((_SLOTS * 0x9E3779B97F4A7C15) % (1 << 64))
-_U_MIX1, _U_MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_U_BITS = tuple(np.uint64(bits) for bits in (1, 30, 27, 31, 11))
-
-
-@compiled
-def _uniform_at(key, place, slot):  # pragma: no cover - compiled (numba), tested by value
-    """:func:`keyed_uniform` of one element (``key`` an unsigned word), in a compiled loop."""
-    one, s30, s27, s31, s11 = _U_BITS
-    z = np.uint64(place) * _U_STRIDE + key + (np.uint64(slot) + one) * _U_GOLDEN
-    z = (z ^ (z >> s30)) * _U_MIX1
-    z = (z ^ (z >> s27)) * _U_MIX2
-    z = z ^ (z >> s31)
-    return (float(z >> s11) + 0.5) * 2.0**-53
+    places = index.detach().cpu().to(torch.int64).contiguous().reshape(-1).numpy()
+    out = np.empty(places.size)
+    _uniforms_at(_word(key), places, slot, out)
+    return torch.from_numpy(out).reshape(index.shape)
 
 
 def _check_finite(values: torch.Tensor, what: str, low: float | None = None) -> None:
@@ -208,7 +204,7 @@ def _looped(loop, params, key: int, start: int, slots: int, generator, what: str
     first = _first_slots(key, start, params.numel(), slots, generator)
     first = (first[:, 0] if slots == 1 else first).contiguous().numpy()
     draws = np.empty(params.numel())
-    stuck = loop(params.contiguous().numpy(), first, np.uint64(key % (1 << 64)), start, draws)
+    stuck = loop(params.contiguous().numpy(), first, _word(key), start, draws)
     if stuck >= 0:  # pragma: no cover - each round accepts with probability above 0.9
         raise RuntimeError(
             f"A {what} {params[stuck].item()}) rejected {_MAX_ROUNDS} rounds running."
